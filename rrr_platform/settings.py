@@ -40,8 +40,16 @@ class Settings(BaseSettings):
     coinbase_ws_url: str = "ws://127.0.0.1:8765/coinbase"
     coinbase_rest_url: str = "http://127.0.0.1:8765/coinbase"
     polygon_ws_url: str = "ws://127.0.0.1:8765/polygon/crypto"
+    polygon_stocks_ws_url: str = "ws://127.0.0.1:8765/polygon/stocks"
     polygon_rest_url: str = "http://127.0.0.1:8765/polygon"
     polygon_api_key: SecretStr = SecretStr("simulator")
+    binance_api_key: SecretStr | None = None  # market data needs none; kept for signed endpoints
+    coinbase_api_key: SecretStr | None = None
+
+    # What the ingest shards subscribe to (comma-separated): crypto bases are quoted in USDT on
+    # Binance and USD on Coinbase and Polygon; equities stream from Polygon.
+    crypto_bases: str = "BTC,ETH,SOL,XRP,DOGE,ADA,AVAX,LINK"
+    equities: str = "AAPL,MSFT,NVDA,AMZN,GOOGL,TSLA"
 
     simulator_host: str = "127.0.0.1"
     simulator_port: int = Field(default=8765, ge=1, le=65535)
@@ -63,7 +71,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value or None
 
-    @field_validator("binance_ws_url", "coinbase_ws_url", "polygon_ws_url")
+    @field_validator("binance_ws_url", "coinbase_ws_url", "polygon_ws_url", "polygon_stocks_ws_url")
     @classmethod
     def _ws_scheme(cls, value: str) -> str:
         if not value.startswith(("ws://", "wss://")):
@@ -76,6 +84,22 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("crypto_bases", "equities")
+    @classmethod
+    def _symbol_list(cls, value: str) -> str:
+        items = [item.strip().upper() for item in value.split(",") if item.strip()]
+        if any(not item.replace(".", "").isalnum() for item in items):
+            raise ValueError("must be a comma-separated list of tickers, e.g. BTC,ETH")
+        return ",".join(items)
+
+    @property
+    def crypto_base_list(self) -> list[str]:
+        return [b for b in self.crypto_bases.split(",") if b]
+
+    @property
+    def equity_list(self) -> list[str]:
+        return [e for e in self.equities.split(",") if e]
 
     @property
     def home_dir(self) -> Path:
@@ -104,7 +128,7 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = "; ".join(
             f"{_env_name(err['loc'])}={os.environ.get(_env_name(err['loc']), '<unset>')!r}: {err['msg']}"
-            if "polygon_api_key" not in str(err["loc"])
+            if "api_key" not in str(err["loc"])
             else f"{_env_name(err['loc'])}: {err['msg']}"
             for err in exc.errors()
         )

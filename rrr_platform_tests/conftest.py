@@ -95,3 +95,25 @@ def settings(tmp_path: Path, pg_url: str, redis_url: str, redis_prefix: str) -> 
     """Settings pointing at this session's database and key prefix, with RRR_HOME in a temp dir."""
     return load_settings(home=tmp_path / "rrr", postgres_url=pg_url, redis_url=redis_url,
                          redis_prefix=redis_prefix)
+
+
+@pytest.fixture(scope="session")
+def mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, fully migrated MLflow SQLite store, made once (creating one takes ~8 s)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}", registry_uri=f"sqlite:///{path}").search_registered_models()
+    return path
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path: Path, mlflow_template_db: Path) -> str:
+    """A real MLflow tracking/registry store of the test's own (a copy of the template)."""
+    import shutil
+
+    target = tmp_path / "mlflow" / "mlflow.db"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(mlflow_template_db, target)
+    return f"sqlite:///{target}"

@@ -56,6 +56,14 @@ class MlflowResource(dg.ConfigurableResource):
         uri = self.resolved_uri()
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
+    artifact_root: str | None = None  # default: Settings.mlflow_artifact_root (under RRR_HOME)
+
+    def registry(self):  # -> rrr_platform.ml.registry.Registry (lazy import, as above)
+        from rrr_platform.ml.registry import Registry
+
+        root = self.artifact_root or str(load_settings().mlflow_artifact_root)
+        return Registry(self.resolved_uri(), root)
+
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {

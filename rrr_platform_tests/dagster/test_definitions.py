@@ -8,6 +8,7 @@ import psycopg
 
 from rrr_platform.defs.jobs import migrate_job
 from rrr_platform.defs.resources import PostgresResource
+from rrr_platform.storage.migrate import available_migrations
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +27,7 @@ def test_migrate_job_runs_against_the_resource(fresh_pg_url: str) -> None:
         conn.execute("DROP SCHEMA market CASCADE; DROP SCHEMA ml CASCADE; TRUNCATE rrr_schema_migrations")
     result = migrate_job.execute_in_process(resources={"postgres": PostgresResource(url=fresh_pg_url)})
     assert result.success
-    assert result.output_for_node("apply_migrations") == ["0001_market_and_ml.sql"]
+    assert result.output_for_node("apply_migrations") == [m.name for m in available_migrations()]
     with psycopg.connect(fresh_pg_url) as conn:
         assert conn.execute("SELECT to_regclass('market.trades')").fetchone()[0] == "market.trades"
 
