@@ -38,6 +38,7 @@ def _done(started: float) -> None:
 def _point_at_simulator(sim, urls: services.ServiceUrls) -> Settings:  # sim: SimulatorProcess
     """Every venue endpoint of this process (and of the Dagster code it runs) is the simulator."""
     os.environ.update(
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
         RRR_POSTGRES_URL=urls.postgres,
         RRR_REDIS_URL=urls.redis,
         MLFLOW_TRACKING_URI=urls.mlflow,
@@ -71,24 +72,107 @@ def run_demo(settings: Settings, *, days: int = 7, stream_s: float = 20.0) -> No
         _done(t)
         _history(settings, days)
         _stream(settings, urls, stream_s)
+        _features(settings, days)
+        _models(settings, urls, days)
     click.secho("\n== demo done", bold=True)
+
+
+def _resources(settings: Settings) -> dict[str, object]:
+    from rrr_platform.defs.resources import MlflowResource, PostgresResource, RedisResource
+
+    return {
+        "postgres": PostgresResource(url=settings.postgres_url),
+        "redis": RedisResource(url=settings.redis_url, prefix=settings.redis_prefix),
+        "mlflow": MlflowResource(tracking_uri=settings.mlflow_uri),
+    }
+
+
+def _day_keys(days: int) -> list[str]:
+    today = dt.datetime.now(dt.UTC).date()
+    return [(today - dt.timedelta(days=d)).isoformat() for d in range(days, 0, -1)]
+
+
+def _features(settings: Settings, days: int) -> None:
+    from rrr_platform.defs.features import features, news_sentiment
+    from rrr_platform.defs.instance import platform_instance
+
+    t = _step(f"news sentiment and features for {days} day(s) (Dagster assets)")
+    instance = platform_instance(settings)
+    for key in _day_keys(days):
+        # Two runs: news_sentiment's partitions reach today (hourly refresh), features' end yesterday.
+        news = dg.materialize(
+            [news_sentiment],
+            partition_key=key,
+            instance=instance,
+            run_config=QUIET,
+            resources=_resources(settings),
+        )
+        feats = dg.materialize(
+            [features], partition_key=key, instance=instance, run_config=QUIET, resources=_resources(settings)
+        )
+        news = news.asset_materializations_for_node("news_sentiment")[0].metadata
+        feats = feats.asset_materializations_for_node("features")[0].metadata
+        click.echo(
+            f"   {key}: {news['headlines'].value if 'headlines' in news else '?':>4} headlines,"
+            f" {feats['rows'].value:>6} feature rows for {feats['symbols'].value} symbols"
+        )
+    _done(t)
+
+
+def _models(settings: Settings, urls: services.ServiceUrls, days: int) -> None:
+    from rrr_platform.defs import models
+    from rrr_platform.defs.instance import platform_instance
+    from rrr_platform.ml.predictor import predict_symbol
+
+    t = _step("train (purged walk-forward), register in MLflow, promotion gate, batch predictions")
+    run_config = {**QUIET, "ops": {"training_set": {"config": {"days": days}}}}
+    result = dg.materialize(
+        models.ASSETS,
+        instance=platform_instance(settings),
+        run_config=run_config,
+        resources=_resources(settings),
+    )
+    champion = result.asset_materializations_for_node("champion")[0].metadata
+    for model, reason in champion["reasons"].value.items():  # type: ignore[union-attr]
+        promoted = champion[f"{model}_promoted"].value
+        click.echo(
+            f"   {model}: {'PROMOTED' if promoted else 'not promoted'}"
+            f" (champion v{champion[f'{model}_champion'].value}): {reason}"
+        )
+    with psycopg.connect(urls.postgres) as conn:
+        moves = conn.execute(
+            "SELECT model, alias, version, reason FROM ml.alias_history ORDER BY id"
+        ).fetchall()
+        preds = conn.execute(
+            "SELECT count(*), count(DISTINCT symbol), min(tier), max(tier) FROM ml.predictions"
+        ).fetchone()
+    for model, alias, version, reason in moves:
+        click.echo(f"   alias {model}@{alias} -> v{version}: {reason[:110]}")
+    click.echo(f"   ml.predictions: {preds[0]} rows for {preds[1]} symbols (tiers {preds[2]}..{preds[3]})")
+    click.echo("   live predictions (rrr predict):")
+    for symbol in ("BTC-USDT", "ETH-USDT", "SOL-USDT"):
+        prediction, _ = predict_symbol(settings, symbol)
+        if prediction is not None:
+            click.echo(
+                f"     {symbol:<9} P(up)={prediction.value:.4f}  {prediction.model} v{prediction.version}"
+                f"  tier={prediction.tier}"
+            )
+    _done(t)
 
 
 def _history(settings: Settings, days: int) -> None:
     from rrr_platform.defs.history import market_history
     from rrr_platform.defs.instance import platform_instance
-    from rrr_platform.defs.resources import PostgresResource
 
     t = _step(f"history: {days} day(s) of 1-minute candles over each venue's REST API (Dagster asset)")
-    today = dt.datetime.now(dt.UTC).date()
-    keys = [(today - dt.timedelta(days=d)).isoformat() for d in range(days, 0, -1)]
     instance = platform_instance(settings)
-    for key in keys:
+    for key in _day_keys(days):
         result = dg.materialize(
             [market_history],
             partition_key=key,
             instance=instance,
-            resources={"postgres": PostgresResource(url=settings.postgres_url)},
+            run_config=QUIET,
+            resources=_resources(settings),
         )
         meta = result.asset_materializations_for_node("market_history")[0].metadata
         click.echo(
@@ -131,7 +215,7 @@ def _stream(settings: Settings, urls: services.ServiceUrls, seconds: float) -> N
         ("polygon", "AAPL"),
     ):
         latest = client.hgetall(keys.last(venue, symbol))
-        if latest:
+        if b"price" in latest:  # a hash may so far hold only the quote
             click.echo(
                 f"     {venue:<18} {symbol:<9} {latest[b'price'].decode():>12}"
                 f"  size {latest[b'size'].decode()}"

@@ -86,13 +86,27 @@ def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
+def _numpy(values: pa.Array) -> np.ndarray:
+    """A view of a fixed-width Arrow array without nulls. (``Array.to_numpy`` imports pandas, ~1 s on a
+    process's first rollup.)"""
+    dtype = np.dtype(str(values.type))  # int8 ... uint64: Arrow and numpy share these names
+    data = values.buffers()[1]
+    return np.frombuffer(data, dtype=dtype, count=len(values), offset=values.offset * dtype.itemsize)
+
+
+def _arrow(values: np.ndarray) -> pa.Array:
+    """The Arrow array of a numeric numpy array (``pa.array`` on numpy imports pandas too)."""
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
+
+
 def scaled_integers(values: pa.Array | pa.ChunkedArray) -> tuple[npt.NDArray[np.int64], int] | None:
     """Decimal text -> (int64 values at the largest scale present, that scale); None if not exact."""
     values = _array(values)
     if len(values) == 0:
         return np.empty(0, np.int64), 0
-    dot = pc.find_substring(values, ".").to_numpy()
-    length = pc.binary_length(values).to_numpy()
+    dot = _numpy(pc.find_substring(values, "."))
+    length = _numpy(pc.binary_length(values))
     scale = int(np.where(dot >= 0, length - dot - 1, 0).max())
     if scale > MAX_SCALE:
         return None
@@ -109,11 +123,16 @@ def scaled_integers(values: pa.Array | pa.ChunkedArray) -> tuple[npt.NDArray[np.
     return low, scale
 
 
-def _decimal_array(values: npt.NDArray[np.int64], scale: int) -> pa.Array:
+def _decimal_array(
+    values: npt.NDArray[np.int64], scale: int, null: npt.NDArray[np.bool_] | None = None
+) -> pa.Array:
     words = np.empty((len(values), 2), np.int64)
     words[:, 0] = values
     words[:, 1] = values >> 63
-    return pa.Array.from_buffers(pa.decimal128(38, scale), len(values), [None, pa.py_buffer(words)])
+    validity = None
+    if null is not None and null.any():
+        validity = pa.py_buffer(np.packbits(~null, bitorder="little"))
+    return pa.Array.from_buffers(pa.decimal128(38, scale), len(values), [validity, pa.py_buffer(words)])
 
 
 def _fits(*bounds: int) -> bool:
@@ -147,9 +166,7 @@ def _vwap(
         if out and not _fits(max(map(abs, out))):
             return None
         values = np.array(out, dtype=np.int64)
-    return pc.if_else(
-        pa.array(zero), pa.scalar(None, pa.decimal128(38, VWAP_SCALE)), _decimal_array(values, VWAP_SCALE)
-    )
+    return _decimal_array(values, VWAP_SCALE, null=zero)
 
 
 def _first_rows(
@@ -165,10 +182,10 @@ def _first_rows(
     tied = candidates[per_group[group[candidates]] > 1]
     if len(tied):  # several trades on the group's edge nanosecond: the trade id decides, bytewise
         order = pc.sort_indices(
-            pa.table({"g": group[tied], "id": trade_id.take(pa.array(tied))}),
+            pa.table({"g": _arrow(group[tied]), "id": trade_id.take(_arrow(tied))}),
             sort_keys=[("g", "ascending"), ("id", "descending" if last else "ascending")],
         )
-        ranked = tied[order.to_numpy()]
+        ranked = tied[_numpy(order)]
         first_of_group = np.concatenate(([True], group[ranked][1:] != group[ranked][:-1]))
         rows[group[ranked[first_of_group]]] = ranked[first_of_group]
     return rows
@@ -188,10 +205,10 @@ def compute_bars(trades: pa.Table) -> pa.Table | None:
         return None
     notional_per_trade = price * size
 
-    ts = _array(trades["exchange_ts_ns"]).to_numpy()
+    ts = _numpy(_array(trades["exchange_ts_ns"]))
     venue, symbol = _array(trades["venue"]), _array(trades["symbol"])
     n_symbols = len(symbol.dictionary)
-    instrument = venue.indices.to_numpy().astype(np.int64) * n_symbols + symbol.indices.to_numpy()
+    instrument = _numpy(venue.indices).astype(np.int64) * n_symbols + _numpy(symbol.indices)
     minute = ts // NS_PER_MIN
     first_minute = int(minute.min())
     span = int(minute.max()) - first_minute + 1
@@ -220,7 +237,7 @@ def compute_bars(trades: pa.Table) -> pa.Table | None:
     notional = np.zeros(groups, np.int64)
     np.add.at(notional, group, notional_per_trade)
     buy_volume = np.zeros(groups, np.int64)
-    np.add.at(buy_volume, group, np.where(_array(trades["buy"]).to_numpy(zero_copy_only=False), size, 0))
+    np.add.at(buy_volume, group, np.where(_numpy(pc.cast(_array(trades["buy"]), pa.int8())) != 0, size, 0))
     trade_id = _array(trades["trade_id"])
     open_row = _first_rows(group, ts, trade_id, groups, last=False)[present]
     close_row = _first_rows(group, ts, trade_id, groups, last=True)[present]
@@ -230,11 +247,11 @@ def compute_bars(trades: pa.Table) -> pa.Table | None:
         return None
     key_present = group_key[present]
     bar_instrument, bar_minute = key_present // span, key_present % span + first_minute
-    bar_venue = venue.dictionary.take(pa.array(bar_instrument // n_symbols))
-    bar_symbol = symbol.dictionary.take(pa.array(bar_instrument % n_symbols))
+    bar_venue = venue.dictionary.take(_arrow(bar_instrument // n_symbols))
+    bar_symbol = symbol.dictionary.take(_arrow(bar_instrument % n_symbols))
     return pa.table(
         {
-            "ts": pa.array(bar_minute * (NS_PER_MIN // 1000)).cast(pa.timestamp("us", tz="UTC")),
+            "ts": _arrow(bar_minute * (NS_PER_MIN // 1000)).cast(pa.timestamp("us", tz="UTC")),
             "venue": bar_venue,
             "symbol": bar_symbol,
             "open": _decimal_array(price[open_row], price_scale),
@@ -243,7 +260,7 @@ def compute_bars(trades: pa.Table) -> pa.Table | None:
             "close": _decimal_array(price[close_row], price_scale),
             "volume": _decimal_array(volume[present], size_scale),
             "vwap": vwap,
-            "trade_count": pa.array(count[present].astype(np.int32)),
+            "trade_count": _arrow(count[present].astype(np.int32)),
             "buy_volume": _decimal_array(buy_volume[present], size_scale),
             "notional": _decimal_array(notional[present], price_scale + size_scale),
         }
