@@ -230,13 +230,27 @@ def _read_trades(
     return pa.concat_tables(tables).unify_dictionaries().combine_chunks()
 
 
-def _read_day_trades(conn: psycopg.Connection, lo: dt.datetime, hi: dt.datetime) -> pa.Table:
-    """The day's trades, its two halves streamed at once over two connections.
+# Bars of some trades: one table per part (None if any part cannot be kept exact in int64) and
+# how many trades they came from.
+_Bars = tuple[list[pa.Table] | None, int]
 
-    The server's COPY output (~0.5 µs per trade) is the largest single cost: two backends share it,
-    and chunks are parsed while the next ones stream. Each half is one statement after the claim, so
-    it sees every trade the claim covers; a minute never spans the halves. Single stream when a
-    second connection cannot be opened.
+
+def _bars_of(
+    conn: psycopg.Connection, query: str, params: dict[str, object], parser: Executor | None = None
+) -> _Bars:
+    trades = _read_trades(conn, query, params, parser)
+    bars = bar_compute.compute_bars(trades)
+    return (None if bars is None else [bars]), trades.num_rows
+
+
+def _day_bars(conn: psycopg.Connection, lo: dt.datetime, hi: dt.datetime) -> _Bars:
+    """The bars of a day's trades, its two halves streamed and computed at once.
+
+    The server's COPY output (~0.5 µs per trade) is the largest single cost: two backends share it
+    over two connections; chunks are parsed while the next ones stream, and one half's bars are
+    computed while the other streams. Each half is one statement after the claim, so it sees every
+    trade the claim covers; a minute never spans the halves. Single stream when a second connection
+    cannot be opened.
     """
     mid = lo + (hi - lo) / 2
     password = conn.info.password
@@ -244,34 +258,35 @@ def _read_day_trades(conn: psycopg.Connection, lo: dt.datetime, hi: dt.datetime)
     try:
         other = psycopg.connect(conninfo, autocommit=True)
     except psycopg.OperationalError:
-        return _read_trades(conn, _TRADES_DAY, {"lo": lo, "hi": hi})
+        return _bars_of(conn, _TRADES_DAY, {"lo": lo, "hi": hi})
     with other, ThreadPoolExecutor(1) as streamer, ThreadPoolExecutor(2) as parser:
-        later = streamer.submit(_read_trades, other, _TRADES_DAY, {"lo": mid, "hi": hi}, parser)
-        earlier = _read_trades(conn, _TRADES_DAY, {"lo": lo, "hi": mid}, parser)
-        return pa.concat_tables([earlier, later.result()]).unify_dictionaries().combine_chunks()
+        later = streamer.submit(_bars_of, other, _TRADES_DAY, {"lo": mid, "hi": hi}, parser)
+        first, n_first = _bars_of(conn, _TRADES_DAY, {"lo": lo, "hi": mid}, parser)
+        second, n_second = later.result()
+    return (None if first is None or second is None else first + second), n_first + n_second
 
 
 def _stage_bars(
     conn: psycopg.Connection,
-    read_trades: Callable[[], pa.Table],
+    compute: Callable[[], _Bars],
     stage_sql: str,
     params: dict[str, object],
     vectorised: bool,
 ) -> int:
-    """Stage the bars of the trades ``read_trades`` returns; returns how many trades they came from.
+    """Stage the bars ``compute`` returns; returns how many trades they came from.
 
     Vectorised (bar_compute) unless asked not to or the values cannot stay exact in int64, then
     ``stage_sql`` (the same bars computed by PostgreSQL over ``numeric``).
     """
     conn.execute(_STAGE)
     if vectorised:
-        trades = read_trades()
-        bars = bar_compute.compute_bars(trades)
-        if bars is not None:
-            if bars.num_rows:
-                with conn.cursor().copy(_COPY_BARS_IN) as copy:
-                    copy.write(bar_compute.bars_csv(bars))
-            return trades.num_rows
+        parts, trades = compute()
+        if parts is not None:
+            with conn.cursor().copy(_COPY_BARS_IN) as copy:
+                for bars in parts:  # parts may differ in decimal scales: each is its own CSV
+                    if bars.num_rows:
+                        copy.write(bar_compute.bars_csv(bars))
+            return trades
     conn.execute(stage_sql, params)
     row = conn.execute("SELECT coalesce(sum(trade_count), 0) FROM rrr_bars_stage").fetchone()
     return int(row[0]) if row else 0
@@ -345,7 +360,7 @@ def rollup_dirty(
         _ensure_bar_partitions(conn, (d for (d,) in days))
         trades = _stage_bars(
             conn,
-            lambda: _read_trades(conn, _TRADES_CLAIMED, {"token": token}),
+            lambda: _bars_of(conn, _TRADES_CLAIMED, {"token": token}),
             _STAGE_CLAIMED,
             {"token": token},
             vectorised,
@@ -362,7 +377,7 @@ def rollup_day(conn: psycopg.Connection, day: dt.date, *, vectorised: bool = Tru
     _ensure_bar_partitions(conn, [day])
     with conn.transaction():
         trades = _stage_bars(
-            conn, lambda: _read_day_trades(conn, lo, hi), _STAGE_DAY, {"lo": lo, "hi": hi}, vectorised
+            conn, lambda: _day_bars(conn, lo, hi), _STAGE_DAY, {"lo": lo, "hi": hi}, vectorised
         )
         bars = _write_staged(conn)
         _release(conn, token)

@@ -315,7 +315,9 @@ async def test_a_day_streamed_in_halves_and_chunks_equals_the_sql_bars(
     a, b, late = _symbol(), _symbol(), _symbol()
     trades = synthetic_trades("polygon", a, day_ns, 86_400 * NS_PER_S, 400, seed=20)
     trades += synthetic_trades("coinbase_exchange", b, day_ns, 86_400 * NS_PER_S, 300, seed=21)
-    trades += synthetic_trades("polygon", late, day_ns + 13 * 3600 * NS_PER_S, 3600 * NS_PER_S, 200, seed=22)
+    trades += synthetic_trades("polygon", late, day_ns + 13 * 3600 * NS_PER_S, 3600 * NS_PER_S, 199, seed=22)
+    # The second half's prices have 4 decimals, the first half's 2: the halves' bars differ in scale.
+    trades.append(_trade(late, "x", day_ns + 20 * 3600 * NS_PER_S, "123.4567", "0.5"))
     await _write(pg_url, trades)
     monkeypatch.setattr(rollup, "COPY_CHUNK_BYTES", 2_000)  # dozens of chunks per half
     result = rollup.rollup_day(conn, day)
