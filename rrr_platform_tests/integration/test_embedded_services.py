@@ -40,6 +40,21 @@ def test_embedded_postgres_and_redis_start_accept_writes_and_stop(tmp_path) -> N
     assert not status["postgres"].running and not status["redis"].running
 
 
+def test_two_homes_never_share_an_embedded_redis(tmp_path) -> None:
+    first, second = (load_settings(home=tmp_path / name, redis_url=None) for name in ("a", "b"))
+    try:
+        url_a = services.start_embedded_redis(first)
+        url_b = services.start_embedded_redis(second)
+        assert url_a != url_b
+        redis.Redis.from_url(url_a).set("home", "a")
+        assert redis.Redis.from_url(url_b).get("home") is None
+        assert services.stop_embedded_redis(first)
+        assert redis.Redis.from_url(url_b).ping()  # stopping one home leaves the other running
+    finally:
+        services.stop_embedded_redis(first)
+        services.stop_embedded_redis(second)
+
+
 def test_configured_urls_are_used_and_never_stopped(pg_url: str, redis_url: str, tmp_path) -> None:
     settings = load_settings(home=tmp_path, postgres_url=pg_url, redis_url=redis_url)
     urls = services.ensure_services(settings)
