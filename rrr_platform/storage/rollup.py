@@ -154,6 +154,13 @@ def _write_staged(conn: psycopg.Connection) -> int:
     return changed + conn.execute(_INSERT_NEW, {"lo": lo, "hi": hi}).rowcount
 
 
+def _wait(fd: int, event: int) -> None:
+    """Block (GIL released) until ``fd`` is ready; poll, not select: select fails on fds >= 1024."""
+    poller = select.poll()
+    poller.register(fd, event)
+    poller.poll()
+
+
 def _copy_out(
     conn: psycopg.Connection,
     query: str,
@@ -177,9 +184,9 @@ def _copy_out(
     with conn.lock:
         pgconn.send_query(statement.encode(conn.info.encoding))
         while pgconn.flush():  # psycopg runs libpq non-blocking: push the whole query out
-            select.select([], [socket], [])
+            _wait(socket, select.POLLOUT)
         while pgconn.is_busy():
-            select.select([socket], [], [])
+            _wait(socket, select.POLLIN)
             pgconn.consume_input()
         result = pgconn.get_result()
         if result is not None and result.status == pq.ExecStatus.COPY_OUT:
@@ -192,12 +199,12 @@ def _copy_out(
                         on_chunk(out)
                         out = bytearray()
                 elif nbytes == 0:  # no complete row buffered: wait for the server
-                    select.select([socket], [], [])
+                    _wait(socket, select.POLLIN)
                     pgconn.consume_input()
                 else:  # -1: done, -2: failed (the error follows as a result)
                     break
             while pgconn.is_busy():
-                select.select([socket], [], [])
+                _wait(socket, select.POLLIN)
                 pgconn.consume_input()
             result = pgconn.get_result()
         error = None
