@@ -10,6 +10,7 @@ latest trade/quote (hash)       ``rrr:last:{venue:symbol}``            one instr
 trades pub/sub channel          ``rrr:trades:{venue:symbol}``          one instrument
 capped trade stream             ``rrr:stream:trades``                  one key
 prediction (TTL)                ``rrr:pred:{model}:symbol``            one model: MGET all symbols
+live predictions channel        ``rrr:predictions:{model}``            one model
 ingest heartbeat (TTL)          ``rrr:heartbeat:ingest:{shard}``       one shard
 cache entry                     ``rrr:cache:{namespace}:key``          one namespace: MGET/pipelines
 cache invalidation channel      ``rrr:cache:invalidate``               (pub/sub reaches every node)
@@ -54,6 +55,10 @@ class RedisKeys:
 
     def prediction(self, model: str, symbol: str) -> str:
         return f"{self.prefix}pred:{{{_part('model', model)}}}:{_part('symbol', symbol)}"
+
+    def predictions_channel(self, model: str) -> str:
+        """Pub/sub channel of the live scorer: every closed bar's predictions of ``model``."""
+        return f"{self.prefix}predictions:{{{_part('model', model)}}}"
 
     def heartbeat(self, shard: str) -> str:
         return f"{self.prefix}heartbeat:ingest:{{{_part('shard', shard)}}}"

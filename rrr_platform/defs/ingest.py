@@ -6,7 +6,6 @@ shard: it launches a missing one, and replaces one whose process died or hung (i
 Redis went stale) after marking it failed.
 """
 
-
 import asyncio
 import contextlib
 import signal
@@ -18,10 +17,11 @@ import orjson
 import redis as redispy
 
 from rrr_platform.cache.keys import RedisKeys
-from rrr_platform.defs.resources import PostgresResource, RedisResource
+from rrr_platform.defs.resources import MlflowResource, PostgresResource, RedisResource
+from rrr_platform.ingest.config import ShardConfig
 from rrr_platform.ingest.engine import IngestEngine
 from rrr_platform.ingest.shards import default_shards, shard_by_name
-from rrr_platform.settings import load_settings
+from rrr_platform.settings import Settings, load_settings
 
 SHARD_TAG = "rrr/shard"
 MARKET_TRADES = dg.AssetKey("market_trades")
@@ -39,11 +39,16 @@ class StreamConfig(dg.Config):
     observe_every_s: float = 30.0
     capture: bool = False
     duration_s: float | None = None  # None: until the run is stopped (demos and tests bound it)
+    score_live: bool = False  # score every closed bar of the shard's first feed and publish to Redis
 
 
 @dg.op(description="Run the ingest engine for one shard until the run is stopped.")
 def run_ingest_engine(
-    context: dg.OpExecutionContext, config: StreamConfig, postgres: PostgresResource, redis: RedisResource
+    context: dg.OpExecutionContext,
+    config: StreamConfig,
+    postgres: PostgresResource,
+    redis: RedisResource,
+    mlflow: MlflowResource,
 ) -> dg.Nothing:
     settings = load_settings(redis_prefix=redis.prefix)
     shard = shard_by_name(settings, config.shard, capture=config.capture)
@@ -61,17 +66,55 @@ def run_ingest_engine(
         task = asyncio.create_task(engine.run())
         if config.duration_s is not None:
             loop.call_later(config.duration_s, engine.stop)
+        scoring = (
+            asyncio.create_task(_score_live(shard, settings, engine, mlflow)) if config.score_live else None
+        )
         while not task.done():
             await asyncio.wait({task}, timeout=config.observe_every_s)
             context.log_event(dg.AssetObservation(asset_key=MARKET_TRADES, metadata=_metadata(engine)))
             run = context.instance.get_run_by_id(context.run_id)
             if run is not None and run.status == dg.DagsterRunStatus.CANCELING:
                 engine.stop()
+        if scoring is not None:
+            await scoring
         return task.result()
 
     final = asyncio.run(main())
     context.log.info(f"ingest stopped: {final['counters']}")
     context.log_event(dg.AssetObservation(asset_key=MARKET_TRADES, metadata=_metadata(engine)))
+
+
+async def _score_live(
+    shard: ShardConfig, settings: Settings, engine: IngestEngine, mlflow: MlflowResource
+) -> None:
+    """The live scorer beside the engine, on the shard's first feed, until the engine stops."""
+    from rrr_platform.ml.live import LiveScorer
+    from rrr_platform.ml.predictor import PostgresFeatureSource, Predictor
+
+    feed = shard.feeds[0]
+    features = PostgresFeatureSource(engine.postgres_url, feed.venue)
+    stop = asyncio.Event()
+    async with Predictor(
+        tracking_uri=mlflow.resolved_uri(),
+        postgres_url=engine.postgres_url,
+        feature_source=features,
+        redis_url=engine.redis_sink.url,
+        redis_prefix=settings.redis_prefix,
+        cache_dir=settings.home_dir / "model-cache",
+    ) as predictor:
+        scorer = LiveScorer(
+            predictor,
+            features,
+            engine.postgres_url,
+            engine.redis_sink.url,
+            settings.redis_prefix,
+            feed.symbols,
+        )
+        runner = asyncio.create_task(scorer.run(stop))
+        await engine.stopped.wait()
+        stop.set()
+        await runner
+        await scorer.close()
 
 
 def _metadata(engine: IngestEngine) -> dict[str, dg.MetadataValue]:

@@ -102,6 +102,7 @@ class IngestEngine:
         self.fatal_error: str | None = None
         self.events: Counter[str] = Counter()
         self.started = asyncio.Event()
+        self.stopped = asyncio.Event()  # set once run() has flushed everything
 
     # --------------------------------------------------------------------------------- lifecycle
 
@@ -146,6 +147,7 @@ class IngestEngine:
             await self.redis_sink.close()
             if self.capture is not None:
                 self.capture.close()
+            self.stopped.set()
         if self.fatal_error:
             raise FatalFeedError(self.fatal_error)
         return self.metrics.snapshot()

@@ -90,6 +90,10 @@ class Bar(msgspec.Struct, gc=False, kw_only=True):
     buy_volume: Decimal | None = None
 
 
+# The value columns of a bar, in the order every bar table and frame uses (after its time and key).
+BAR_VALUES: tuple[str, ...] = Bar.__struct_fields__[3:]
+
+
 class DeadLetter(msgspec.Struct, gc=False, kw_only=True):
     """A frame (or one event of it) that could not become a record, kept with the reason."""
 

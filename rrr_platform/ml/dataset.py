@@ -260,26 +260,14 @@ def store_bars(conn: psycopg.Connection, bars: pd.DataFrame, source: str = "rest
     For simulator history in tests, benchmarks and the demo; the ingest path has its own writers.
     """
     from rrr_platform.market.timeutil import day_of_ns
+    from rrr_platform.market.types import BAR_VALUES
     from rrr_platform.storage.partitions import ensure_partitions
 
     if bars.empty:
         return 0
     ensure_partitions(conn, "bars_1m", sorted({day_of_ns(int(t)) for t in bars["ts_ns"].unique()}))
     ts = pd.to_datetime(bars["ts_ns"].to_numpy(dtype=np.int64), unit="ns", utc=True)
-    columns = [
-        "ts",
-        "venue",
-        "symbol",
-        "open",
-        "high",
-        "low",
-        "close",
-        "volume",
-        "vwap",
-        "trade_count",
-        "buy_volume",
-        "source",
-    ]
+    columns = ["ts", "venue", "symbol", *BAR_VALUES, "source"]
     with conn.cursor() as cur, cur.copy(f"COPY market.bars_1m ({', '.join(columns)}) FROM STDIN") as copy:
         for i, row in enumerate(bars.itertuples(index=False)):
             copy.write_row(

@@ -117,13 +117,16 @@ class PostgresFeatureSource:
         if self._conn is not None:
             self._conn.close()
 
-    def latest(self, symbol: str) -> LiveRow | None:
+    def latest(self, symbol: str, before_ns: int | None = None) -> LiveRow | None:
+        """Features of the newest bar (starting before ``before_ns`` when given: live scoring of a
+        just-closed minute must not see the next minute's partial bar)."""
         with self._lock:
             conn = self._connection()
             row = conn.execute(
                 "SELECT (extract(epoch FROM ts) * 1000000)::bigint * 1000 FROM market.bars_1m "
-                "WHERE venue = %s AND symbol = %s ORDER BY ts DESC LIMIT 1",
-                (self.venue, symbol),
+                "WHERE venue = %s AND symbol = %s AND ts < coalesce(%s, 'infinity'::timestamptz)"
+                " ORDER BY ts DESC LIMIT 1",
+                (self.venue, symbol, None if before_ns is None else ns_to_datetime(before_ns)),
             ).fetchone()
             if row is None:
                 return None
@@ -226,6 +229,7 @@ class Predictor:
         self._redis: aioredis.Redis | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
+        self._closing = False
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> Predictor:
@@ -241,10 +245,12 @@ class Predictor:
         return self
 
     async def close(self) -> None:
+        # redis-py's pubsub.get_message(timeout=...) can swallow a cancellation, so the watcher also
+        # checks a flag, and close() waits for it only a bounded time.
+        self._closing = True
         if self._watch_task is not None:
             self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
+            await asyncio.wait({self._watch_task}, timeout=5.0)
         if self._redis is not None:
             await self._redis.aclose()
         close = getattr(self.features, "close", None)
@@ -366,12 +372,12 @@ class Predictor:
         """Reload on every alias move published by the promotion; poll the alias too (pub/sub can drop)."""
         assert self._redis is not None
         channel = promotion.alias_channel(self.prefix, self.model)
-        while True:
+        while not self._closing:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(channel)
                 next_poll = time.monotonic() + self.poll_s
-                while True:
+                while not self._closing:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None:
                         moved = orjson.loads(message["data"])

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from rrr_platform.market.timeutil import NS_PER_MIN
+from rrr_platform.market.types import BAR_VALUES
 
 VWAP_SCALE = 12
 MAX_SCALE = 18  # int64 holds 18 full decimal digits
@@ -33,20 +34,7 @@ _INT64_LIMIT = 2**63
 # The columns ``TRADE_SELECT`` returns, in order (the CSV has no header).
 TRADE_COLUMNS = ["exchange_ts_ns", "venue", "symbol", "trade_id", "price", "size", "buy"]
 TRADE_SELECT = "t.exchange_ts_ns, t.venue, t.symbol, t.trade_id, t.price, t.size, t.aggressor = 'BUY'"
-BAR_COLUMNS = [
-    "ts",
-    "venue",
-    "symbol",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "vwap",
-    "trade_count",
-    "buy_volume",
-    "notional",
-]
+BAR_COLUMNS = ["ts", "venue", "symbol", *BAR_VALUES, "notional"]
 _DICT = pa.dictionary(pa.int32(), pa.string())
 _CONVERT = pacsv.ConvertOptions(
     column_types={

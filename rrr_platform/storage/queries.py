@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from rrr_platform.market.symbols import QUOTE_ASSETS
 from rrr_platform.market.timeutil import datetime_to_ns, ns_to_datetime
-from rrr_platform.market.types import VENUES, Bar, Trade
+from rrr_platform.market.types import BAR_VALUES, VENUES, Bar, Trade
 from rrr_platform.storage.query_stats import QueryTimings
 from rrr_platform.storage.rollup import vwap_sql
 
@@ -124,19 +124,7 @@ _BARS_ROLLED = f"""
     ) b
     GROUP BY venue, symbol, bucket ORDER BY venue, bucket
 """
-FRAME_COLUMNS = [
-    "ts_ns",
-    "venue",
-    "symbol",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "vwap",
-    "trade_count",
-    "buy_volume",
-]
+FRAME_COLUMNS = ["ts_ns", "venue", "symbol", *BAR_VALUES]
 _ROW_COLUMNS = ("venue", "symbol", "ts_ns", *FRAME_COLUMNS[3:])  # the columns of _BARS_1M and _BARS_ROLLED
 _FLOAT_COLUMNS = frozenset(("open", "high", "low", "close", "volume", "vwap", "buy_volume"))
 _FRAME_TYPES = {

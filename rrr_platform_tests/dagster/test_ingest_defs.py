@@ -12,7 +12,7 @@ import redis
 
 from rrr_platform.cache.keys import RedisKeys
 from rrr_platform.defs.ingest import SHARD_TAG, StreamConfig, build_market_stream_supervisor, market_stream
-from rrr_platform.defs.resources import PostgresResource, RedisResource
+from rrr_platform.defs.resources import MlflowResource, PostgresResource, RedisResource
 from rrr_platform.simulator.model import MarketConfig
 from rrr_platform.simulator.server import SimulatorConfig, SimulatorServer
 
@@ -31,16 +31,21 @@ def simulator(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_market_stream_job_stores_trades_and_observes_the_asset(
-    simulator, fresh_pg_url, redis_url, redis_prefix, tmp_path, monkeypatch
+    simulator, fresh_pg_url, redis_url, redis_prefix, mlflow_uri, tmp_path, monkeypatch
 ) -> None:
     monkeypatch.setenv("RRR_HOME", str(tmp_path))
     result = market_stream.execute_in_process(
         run_config=dg.RunConfig(
-            ops={"run_ingest_engine": StreamConfig(shard="coinbase", duration_s=6, observe_every_s=2)}
+            ops={
+                "run_ingest_engine": StreamConfig(
+                    shard="coinbase", duration_s=6, score_live=True, observe_every_s=2
+                )
+            }
         ),
         resources={
             "postgres": PostgresResource(url=fresh_pg_url),
             "redis": RedisResource(url=redis_url, prefix=f"{redis_prefix}job:"),
+            "mlflow": MlflowResource(tracking_uri=mlflow_uri),
         },
     )
     assert result.success
